@@ -1,0 +1,95 @@
+"""The fast training path optimises exactly the stock objective (fp32, tiny model)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from banking77_ft.params import TrainParams
+from banking77_ft.prompting import IGNORE_INDEX, encode_example
+from banking77_ft.training import (Examples, build_optimizer, collate, epoch_batches, forward_backward,
+                                   label_token_loss, plan_steps, reference_loss)
+
+TEMPLATE = "Banking customer message: {text}\nIntent:"
+
+
+@pytest.fixture()
+def batch(tokenizer):
+    frame = pd.read_csv("data/raw/banking77/train.csv").iloc[::700].head(8)
+    encoded = [encode_example(tokenizer, TEMPLATE, t, c, 128) for t, c in zip(frame.text, frame.category)]
+    examples = Examples([np.array(e.input_ids) for e in encoded], [np.array(e.labels) for e in encoded])
+    assert len(set(examples.lengths)) > 1, "the batch must contain padding to test it"
+    return collate(examples, list(range(len(examples))), tokenizer.pad_token_id)
+
+
+def test_label_only_loss_equals_reference_loss(tiny_model, batch):
+    torch.manual_seed(0)
+    with torch.no_grad():  # make the random model's logits non-trivial
+        for p in tiny_model.parameters():
+            p.mul_(3.0)
+    ours = label_token_loss(tiny_model, batch)
+    reference = reference_loss(tiny_model, batch)
+    assert abs(float(ours) - float(reference)) < 1e-4
+    assert float(reference) > 1.0
+
+
+def test_one_optimizer_step_matches_reference_step(tiny_model, batch):
+    params = TrainParams(precision="fp32", learning_rate=1e-3, weight_decay=0.01)
+    twin = copy.deepcopy(tiny_model)
+    twin.tie_weights()
+    assert twin.lm_head.weight is twin.get_input_embeddings().weight
+
+    ours_opt = build_optimizer(tiny_model, params)
+    loss = forward_backward(tiny_model, batch, "fp32")
+    ref_opt = build_optimizer(twin, params)
+    ref_loss = reference_loss(twin, batch)
+    ref_loss.backward()
+    assert abs(float(loss) - float(ref_loss)) < 1e-4
+
+    for (name, p), (_, q) in zip(tiny_model.named_parameters(), twin.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=f"gradient of {name}")
+    ours_opt.step()
+    ref_opt.step()
+    for (name, p), (_, q) in zip(tiny_model.named_parameters(), twin.named_parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"parameter {name} after one step")
+    # the padding row of the embedding is never updated by nn.Embedding; ours must agree
+    pad = tiny_model.get_input_embeddings().padding_idx
+    assert pad is not None
+
+
+def test_bf16_loss_is_close_to_fp32(tiny_model, batch):
+    fp32 = float(forward_backward(tiny_model, batch, "fp32"))
+    tiny_model.zero_grad(set_to_none=True)
+    bf16 = float(forward_backward(tiny_model, batch, "bf16"))
+    assert abs(fp32 - bf16) / fp32 < 0.02
+
+
+def test_collate_pads_right_with_ignored_labels():
+    examples = Examples([np.array([2, 5, 6]), np.array([2, 7])], [np.array([-100, 6, 1]), np.array([-100, 1])])
+    batch = collate(examples, [0, 1], pad_token_id=0)
+    assert batch["input_ids"].tolist() == [[2, 5, 6], [2, 7, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 1], [-100, 1, IGNORE_INDEX]]
+
+
+def test_epoch_batches_are_deterministic_and_cover_every_example_once():
+    lengths = np.random.default_rng(0).integers(10, 60, size=203)
+    first = epoch_batches(lengths, 16, seed=42, epoch=0, group_by_length=True)
+    again = epoch_batches(lengths, 16, seed=42, epoch=0, group_by_length=True)
+    other = epoch_batches(lengths, 16, seed=42, epoch=1, group_by_length=True)
+    assert [b.tolist() for b in first] == [b.tolist() for b in again]
+    assert [b.tolist() for b in first] != [b.tolist() for b in other]
+    assert sorted(np.concatenate(first).tolist()) == list(range(203))
+    # grouping cuts padding relative to a plain shuffle
+    plain = epoch_batches(lengths, 16, seed=42, epoch=0, group_by_length=False)
+    padded = lambda bs: sum(len(b) * lengths[b].max() for b in bs)  # noqa: E731
+    assert padded(first) < padded(plain)
+
+
+def test_plan_steps_honours_max_steps():
+    assert plan_steps(100, TrainParams(batch_size=16, epochs=3)) == (7, 21)
+    assert plan_steps(100, TrainParams(batch_size=16, epochs=3, max_steps=5)) == (7, 5)
