@@ -1,0 +1,93 @@
+"""Stage `evaluate`: predict an intent for every test message and score the predictions.
+
+Reads params `evaluate`; `data/prepared/test.parquet` and the fine-tuned checkpoint (which
+carries labels.json and prompt.json). Writes `metrics/eval.json`, `metrics/confusion.csv`
+(actual, predicted: one row per message, for the DVC confusion plot), `metrics/per_class.csv`,
+`metrics/predictions.csv`, `metrics/errors.json` and `metrics/calibration.csv`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from banking77_ft.decoding import LabelTrie, constrained_decode, free_decode
+from banking77_ft.io import write_csv, write_json
+from banking77_ft.metrics import (INVALID, WATCHED_PAIR, calibration_table, classification_metrics,
+                                  expected_calibration_error, most_confused_pairs, pair_counts, per_class_table,
+                                  weakest_intents)
+from banking77_ft.modeling import configure_runtime, load_model, load_tokenizer
+from banking77_ft.stage import run_stage
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--test", required=True, type=Path)
+    parser.add_argument("--metrics-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    with run_stage("evaluate", args.params, ("evaluate",)) as params:
+        config = params["evaluate"]
+        configure_runtime(None)
+        test = pd.read_parquet(args.test)
+        label_info = json.loads((args.model / "labels.json").read_text(encoding="utf-8"))
+        labels = label_info["labels"]
+        tokenizer = load_tokenizer(args.model)
+        model = load_model(args.model)
+        prompts = [list(ids[:n]) for ids, n in zip(test["input_ids"], test["prompt_length"])]
+        t0 = time.monotonic()
+        if config.decoding == "constrained":
+            trie = LabelTrie.build(labels, label_info["token_ids"])
+            results = constrained_decode(model, prompts, trie, config.batch_size, config.top_k,
+                                         tokenizer.pad_token_id, config.precision)
+            predicted = [r.label for r in results]
+            confidence = [r.confidence for r in results]
+            tops = [r.top for r in results]
+        else:
+            longest = max(len(t) for t in label_info["token_ids"])
+            texts = free_decode(model, tokenizer, prompts, longest + 1, config.batch_size, config.precision)
+            predicted = [t if t in set(labels) else INVALID for t in texts]
+            confidence, tops = [float("nan")] * len(predicted), [[] for _ in predicted]
+        seconds = time.monotonic() - t0
+
+        actual, texts = test["label"].tolist(), test["text"].tolist()
+        summary = classification_metrics(actual, predicted, labels)
+        table = per_class_table(actual, predicted, labels)
+        summary.update(decoding=config.decoding, examples_per_second=round(len(actual) / seconds, 2),
+                       decode_seconds=round(seconds, 1))
+        predictions = pd.DataFrame({"text": texts, "actual": actual, "predicted": predicted,
+                                    "confidence": [round(c, 6) for c in confidence]})
+        for k in range(config.top_k):
+            predictions[f"top{k + 1}"] = [t[k][0] if len(t) > k else "" for t in tops]
+            predictions[f"top{k + 1}_p"] = [round(t[k][1], 6) if len(t) > k else None for t in tops]
+        scored = config.decoding == "constrained"  # free decoding has no confidence to calibrate
+        calibration = calibration_table(confidence if scored else [],
+                                        [a == p for a, p in zip(actual, predicted)] if scored else [],
+                                        config.calibration_bins)
+        summary["ece"] = round(expected_calibration_error(calibration), 6) if scored else None
+        summary["mean_confidence"] = round(sum(confidence) / len(confidence), 6) if scored else None
+        watched = pair_counts(actual, predicted, WATCHED_PAIR)
+        summary["card_arrival_vs_card_delivery_estimate"] = watched
+        errors = {"most_confused_pairs": most_confused_pairs(texts, actual, predicted),
+                  "weakest_intents": weakest_intents(table), "watched_pair": watched}
+
+        out = args.metrics_dir
+        write_csv(out / "confusion.csv", pd.DataFrame({"actual": actual, "predicted": predicted}))
+        write_csv(out / "per_class.csv", table)
+        write_csv(out / "predictions.csv", predictions)
+        write_json(out / "errors.json", errors)
+        write_csv(out / "calibration.csv", calibration)
+        write_json(out / "eval.json", summary)
+        print(f"evaluate: accuracy {summary['accuracy']:.4f} macro-F1 {summary['macro_f1']:.4f} "
+              f"invalid {summary['invalid_rate']:.4f} on {len(actual)} messages, "
+              f"{summary['examples_per_second']} messages/s ({config.decoding})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

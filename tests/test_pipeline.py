@@ -1,0 +1,86 @@
+"""The whole pipeline through real `dvc repro`, on tiny-random with a few dozen examples."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline_repo import dvc, make_repo, ran_stages, run, set_params
+
+ALL_STAGES = {"base", "prepare", "train", "evaluate", "plot", "baseline"}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    path = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    result = dvc(path, "repro")
+    assert set(ran_stages(result.stdout)) == ALL_STAGES, result.stdout
+    run(path, "git", "add", "-A")
+    run(path, "git", "commit", "-qm", "results")
+    return path
+
+
+def test_outputs_exist_and_are_well_formed(repo):
+    summary = json.loads((repo / "metrics/eval.json").read_text())
+    assert summary["n"] == 40
+    assert 0.0 <= summary["accuracy"] <= 1.0 and summary["invalid_rate"] == 0.0
+    assert {"macro_f1", "weighted_f1", "examples_per_second", "ece"} <= set(summary)
+    confusion = pd.read_csv(repo / "metrics/confusion.csv")
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 40
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert train["steps"] == 2 * 9  # 72 training rows (80 minus 10% validation) / batch 8, 2 epochs
+    steps = pd.read_csv(repo / "metrics/train_loss.csv")
+    assert steps["step"].tolist() == list(range(1, 19))
+    assert len(pd.read_csv(repo / "metrics/val_loss.csv")) == 2  # once per epoch
+    for name in ("confusion", "loss", "per_class_f1", "reliability"):
+        assert (repo / f"plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for split, rows in (("train", 72), ("validation", 8), ("test", 40)):
+        assert len(pd.read_parquet(repo / f"data/prepared/{split}.parquet")) == rows
+    assert not (repo / "checkpoints/train").exists(), "checkpoints are removed after a finished run"
+    assert json.loads((repo / "metrics/baseline.json").read_text())["n"] == 40
+
+
+def test_second_repro_is_a_no_op(repo):
+    result = dvc(repo, "repro")
+    assert ran_stages(result.stdout) == []
+    assert "up to date" in dvc(repo, "status").stdout
+
+
+def test_metrics_params_and_plots_commands_work(repo):
+    shown = dvc(repo, "metrics", "show", "--json").stdout
+    assert "accuracy" in shown
+    set_params(repo, {"evaluate": {"top_k": 2}})
+    assert "evaluate.top_k" in dvc(repo, "params", "diff").stdout
+    out = dvc(repo, "plots", "show", "-o", str(repo / "plots_html")).stdout
+    assert (repo / "plots_html/index.html").exists(), out
+    html = (repo / "plots_html/index.html").read_text()
+    assert "confusion" in html
+    run(repo, "git", "checkout", "params.yaml")
+
+
+def test_evaluate_param_reruns_only_evaluate_and_plot(repo):
+    set_params(repo, {"evaluate": {"top_k": 2}})
+    status = dvc(repo, "status", "--json").stdout
+    assert set(json.loads(status)) == {"evaluate"}, status
+    result = dvc(repo, "repro")
+    # plot follows because evaluate's metrics changed; train, prepare, base, baseline do not run
+    assert ran_stages(result.stdout) == ["evaluate", "plot"]
+    assert "top2" in pd.read_csv(repo / "metrics/predictions.csv").columns
+    assert "top3" not in pd.read_csv(repo / "metrics/predictions.csv").columns
+    diff = dvc(repo, "metrics", "diff", "--json").stdout
+    assert "metrics/eval.json" in diff
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "top2")
+
+
+def test_learning_rate_reruns_train_evaluate_plot_not_base_or_prepare(repo):
+    set_params(repo, {"train": {"learning_rate": 1e-3}})
+    status = json.loads(dvc(repo, "status", "--json").stdout)
+    assert set(status) == {"train"}, status  # downstream stages are reported once train has rerun
+    result = dvc(repo, "repro")
+    ran = ran_stages(result.stdout)
+    assert "train" in ran and "evaluate" in ran and "plot" in ran
+    assert "base" not in ran and "prepare" not in ran and "baseline" not in ran
+    assert ran_stages(dvc(repo, "repro").stdout) == []
