@@ -84,3 +84,27 @@ def test_learning_rate_reruns_train_evaluate_plot_not_base_or_prepare(repo):
     assert "train" in ran and "evaluate" in ran and "plot" in ran
     assert "base" not in ran and "prepare" not in ran and "baseline" not in ran
     assert ran_stages(dvc(repo, "repro").stdout) == []
+
+
+def test_check_lock_names_the_stale_stage_and_passes_after_rerun(repo, tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline_repo import env
+
+    def check(where):
+        return subprocess.run([sys.executable, "-m", "banking77_ft", "check-lock"], cwd=where, env=env(),
+                              capture_output=True, text=True)
+
+    assert check(repo).returncode == 0
+    clone = tmp_path / "clone"  # a clean clone has no DVC cache: absent models are not "stale"
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert check(clone).returncode == 0, check(clone).stderr
+    set_params(clone, {"evaluate": {"calibration_bins": 5}})
+    result = check(clone)
+    assert result.returncode == 1
+    assert "stale stage 'evaluate'" in result.stderr and "calibration_bins" in result.stderr
+    set_params(repo, {"evaluate": {"calibration_bins": 5}})
+    assert "stale stage 'evaluate'" in check(repo).stderr
+    dvc(repo, "repro")
+    assert check(repo).returncode == 0

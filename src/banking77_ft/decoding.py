@@ -46,6 +46,7 @@ class LabelTrie:
             raise ValueError("one token sequence per label is needed")
         children: list[dict[int, int]] = [{}]
         below: list[set[int]] = [set()]
+        ends: dict[int, int] = {}  # node where a label's sequence ends -> label index
         for index, sequence in enumerate(sequences):
             node = 0
             below[0].add(index)
@@ -56,7 +57,11 @@ class LabelTrie:
                     below.append(set())
                 node = children[node][token]
                 below[node].add(index)
-            if children[node]:
+            if node in ends:
+                raise ValueError(f"labels {labels[ends[node]]!r} and {labels[index]!r} tokenize identically")
+            ends[node] = index
+        for node, index in ends.items():
+            if children[node]:  # with EOS at the end of every sequence this cannot happen
                 raise ValueError(f"label {labels[index]!r} is a prefix of another label's tokens")
         for node, kids in enumerate(children):
             if not kids and len(below[node]) != 1:

@@ -1,0 +1,82 @@
+"""Every class of params mistake fails early with the key and the allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from banking77_ft.params import ParamsError, TrainParams, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, mutate) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mutate(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_committed_params_load_and_match_defaults():
+    params = load_params(ROOT / "params.yaml")
+    assert params["train"].method == "full" and params["train"].batch_size == 16
+    assert params["train"].learning_rate == 5e-5 and params["train"].lr_scheduler == "cosine"
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda p: p["train"].update(lerning_rate=1e-4), "train.lerning_rate: unknown key"),
+    (lambda p: p.update(trian={}), "unknown section 'trian'"),
+    (lambda p: p["train"].update(batch_size="16"), "train.batch_size: got '16' (str); allowed: an integer"),
+    (lambda p: p["train"].update(epochs=2.5), "train.epochs: got 2.5 (float); allowed: an integer"),
+    (lambda p: p["train"].update(group_by_length="yes"), "train.group_by_length"),
+    (lambda p: p["train"].update(learning_rate=0), "train.learning_rate: got 0.0; allowed: a number > 0"),
+    (lambda p: p["train"].update(learning_rate=-1e-5), "train.learning_rate"),
+    (lambda p: p["train"].update(batch_size=0), "train.batch_size: got 0; allowed: an integer >= 1"),
+    (lambda p: p["data"].update(val_fraction=1.0), "data.val_fraction: got 1.0"),
+    (lambda p: p["data"].update(val_fraction=0), "data.val_fraction"),
+    (lambda p: p["train"].update(precision="fp16"), "train.precision: got 'fp16'; allowed: one of ['fp32', 'bf16']"),
+    (lambda p: p["train"].update(method="lora"), "train.method: got 'lora'; allowed: one of ['full']"),
+    (lambda p: p["evaluate"].update(decoding="beam"), "evaluate.decoding: got 'beam'"),
+    (lambda p: p["train"].update(lr_scheduler="cosin"), "train.lr_scheduler"),
+    (lambda p: p["prompt"].update(template="no placeholder"), "prompt.template"),
+    (lambda p: p["prompt"].update(template="{text} {other}"), "prompt.template: cannot be formatted"),
+])
+def test_bad_params_name_the_key(tmp_path, mutate, message):
+    with pytest.raises(ParamsError) as error:
+        load_params(write(tmp_path, mutate))
+    assert message in str(error.value)
+    assert "params.yaml" in str(error.value)
+
+
+def test_unknown_model_base_fails_before_loading(tmp_path):
+    from banking77_ft.modeling import ModelSpecError, resolve_base
+
+    with pytest.raises(ModelSpecError, match="model.base: 'gemma-huge' is not a known model"):
+        resolve_base("gemma-huge")
+    with pytest.raises(ModelSpecError, match="not installed"):
+        resolve_base("gguf:no-such-package-xyz")
+    assert resolve_base("google/gemma-3-270m").kind == "hub"
+    assert resolve_base("tiny-random").kind == "tiny-random"
+
+
+def test_stage_turns_params_error_into_one_line_and_exit_2(tmp_path, capsys):
+    import importlib.util
+
+    path = write(tmp_path, lambda p: p["model"].update(base="gemma-huge"))
+    spec = importlib.util.spec_from_file_location("base_stage", ROOT / "stages/base.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--params", str(path), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "model.base: 'gemma-huge' is not a known model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_dataclass_defaults_are_the_reference_recipe_except_precision():
+    defaults = TrainParams()
+    assert (defaults.epochs, defaults.batch_size, defaults.learning_rate, defaults.lr_scheduler) == \
+        (3, 16, 5e-5, "cosine")
