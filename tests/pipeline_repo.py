@@ -69,7 +69,6 @@ def make_repo(target: Path, overrides: dict | None = None) -> Path:
         set_params(target, overrides)
     run(target, "git", "init", "-q")
     dvc(target, "init", "-q")
-    dvc(target, "config", "core.autostage", "true")
     run(target, "git", "add", "-A")
     run(target, "git", "commit", "-qm", "pipeline")
     return target

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
-from pipeline_repo import dvc, env, make_repo, ran_stages
+from pipeline_repo import dvc, env, make_repo, ran_stages, set_params
 
 RESUME_OVERRIDES = {"train": {"epochs": 3, "checkpoint_every_steps": 3, "precision": "fp32", "batch_size": 8}}
 
@@ -34,6 +34,15 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
+def kill_when_written(process: subprocess.Popen, path: Path, timeout: float = 300) -> None:
+    """SIGKILL the whole `dvc repro` process group as soon as `path` appears."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kill_group(process)
+    assert path.exists(), f"{path} was never written"
+
+
 def final_weights(repo: Path) -> dict:
     with safe_open(str(repo / "models/finetuned/model.safetensors"), "pt") as handle:
         return {k: handle.get_tensor(k) for k in handle.keys()}
@@ -45,13 +54,7 @@ def test_sigkill_mid_train_then_repro_resumes_bit_identically(tmp_path):
     killed = make_repo(tmp_path / "killed", RESUME_OVERRIDES)
     dvc(killed, "repro", "prepare")
 
-    process = start_repro(killed, "train")
-    checkpoint = killed / "checkpoints/train/step-0000009.pt"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert checkpoint.exists(), "train never wrote its step-9 checkpoint"
-    kill_group(process)
+    kill_when_written(start_repro(killed, "train"), killed / "checkpoints/train/step-0000009.pt")
     assert not (killed / "models/finetuned").exists()
 
     result = dvc(killed, "repro", "train")
@@ -70,17 +73,21 @@ def test_sigkill_mid_train_then_repro_resumes_bit_identically(tmp_path):
     assert json.loads((killed / "metrics/train.json").read_text())["resumed_from_step"] == 9
 
 
-def test_checkpoint_of_other_params_is_ignored(tmp_path):
+def test_sigterm_writes_a_checkpoint_and_other_params_ignore_it(tmp_path):
     repo = make_repo(tmp_path / "repo", RESUME_OVERRIDES)
     dvc(repo, "repro", "prepare")
     process = start_repro(repo, "train")
-    checkpoint = repo / "checkpoints/train/step-0000003.pt"
     deadline = time.monotonic() + 300
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+    while process.poll() is None and not (repo / "checkpoints/train/step-0000003.pt").exists() \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
-    kill_group(process)
-    assert checkpoint.exists()
-    from pipeline_repo import set_params
+    os.killpg(process.pid, signal.SIGTERM)  # as a closing terminal or a job scheduler would
+    output = process.communicate()[0]
+    assert process.returncode != 0
+    assert "stopped by signal 15" in output, output
+    saved = sorted((repo / "checkpoints/train").glob("step-*.pt"))
+    assert saved and int(saved[-1].stem.split("-")[1]) >= 3  # the step in flight was saved, not lost
+    assert not (repo / "models/finetuned").exists()
 
     set_params(repo, {"train": {"learning_rate": 1e-3}})
     result = dvc(repo, "repro", "train")

@@ -93,3 +93,24 @@ def test_epoch_batches_are_deterministic_and_cover_every_example_once():
 def test_plan_steps_honours_max_steps():
     assert plan_steps(100, TrainParams(batch_size=16, epochs=3)) == (7, 21)
     assert plan_steps(100, TrainParams(batch_size=16, epochs=3, max_steps=5)) == (7, 5)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_model, tokenizer, tmp_path):
+    from banking77_ft.training import TrainingError, train
+
+    frame = pd.read_csv("data/raw/banking77/train.csv").head(40)
+    encoded = [encode_example(tokenizer, TEMPLATE, t, c, 128) for t, c in zip(frame.text, frame.category)]
+    examples = Examples([np.array(e.input_ids) for e in encoded], [np.array(e.labels) for e in encoded])
+    calls = {"n": 0}
+
+    def poison(module, inputs, output):  # the 4th training forward pass returns NaN
+        calls["n"] += 1
+        if calls["n"] == 4:
+            output.last_hidden_state.fill_(float("nan"))
+        return output
+
+    tiny_model.get_decoder().register_forward_hook(poison)
+    params = TrainParams(precision="fp32", batch_size=8, epochs=1, checkpoint_every_steps=2)
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 4; last good checkpoint: .*step-0000002\.pt"):
+        train(tiny_model, examples, examples, params, tokenizer.pad_token_id, tmp_path / "ckpt", "fp")
+    assert [p.name for p in (tmp_path / "ckpt").glob("step-*.pt")] == ["step-0000002.pt"]

@@ -4,6 +4,7 @@
     python -m banking77_ft predict --file messages.txt      # one message per line
     python -m banking77_ft predict --file messages.csv      # a `text` column
     python -m banking77_ft check-lock                        # is dvc.lock current?
+    python -m banking77_ft results-table                     # README's table from metrics/
 
 `predict` loads `models/finetuned` (or --model) once and prints, per message, the intent,
 its confidence and the top-k intents with probabilities (or JSON lines with --json).
@@ -99,10 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     check = commands.add_parser("check-lock", help="fail if dvc.lock is stale against params/code")
     check.add_argument("--repo", type=Path, default=Path("."))
+    table = commands.add_parser("results-table", help="write README's results table from metrics/")
+    table.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
+    table.add_argument("--readme", type=Path, default=Path("README.md"))
     args = parser.parse_args(argv)
     try:
         if args.command == "predict":
             return predict_command(args)
+        if args.command == "results-table":
+            from .report import replace_block, results_table
+
+            text = args.readme.read_text(encoding="utf-8")
+            args.readme.write_text(replace_block(text, results_table(args.metrics_dir)), encoding="utf-8")
+            return 0
         from .lockcheck import check_lock
 
         return check_lock(args.repo)

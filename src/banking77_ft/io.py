@@ -30,6 +30,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary file path beside `target`; on success rename it onto `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -73,6 +74,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
@@ -94,13 +96,13 @@ def write_png(target: str | Path, save: Callable[[Path], None]) -> None:
         save(tmp)
 
 
-def remove_stale_temporaries(folder: str | Path) -> None:
-    """Delete leftovers of writes that a kill interrupted (names start with '.' and end .tmp/.old)."""
-    folder = Path(folder)
-    if not folder.is_dir():
+def remove_stale_temporaries(target: str | Path) -> None:
+    """Delete what killed writes of `target` left beside it (`.<name>.*.tmp*`, `.<name>.*.old`)."""
+    target = Path(target)
+    if not target.parent.is_dir():
         return
-    for entry in folder.iterdir():
-        if entry.name.startswith(".") and (".tmp" in entry.name or entry.name.endswith(".old")):
+    for entry in target.parent.glob(f".{target.name}.*"):
+        if ".tmp" in entry.name or entry.name.endswith(".old"):
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ABSENT = {"deleted", "not in cache"}
 
 
@@ -32,11 +34,33 @@ def stale_stages(status: dict) -> dict[str, list[str]]:
                 reasons.extend(f"param {k} {v}" for k, v in params.items())
             for kind in ("changed deps", "changed outs"):
                 for path, change in entry.get(kind, {}).items():
-                    if change not in ABSENT:
+                    if isinstance(change, dict):  # DVC 3 reports params as {"params.yaml": {key: change}}
+                        reasons.extend(f"param {k} {v}" for k, v in change.items())
+                    elif change not in ABSENT:
                         reasons.append(f"{kind.split()[1][:-1]} {path} {change}")
         if reasons:
             stale[stage.split(":")[-1]] = reasons
     return stale
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        out = {}
+        for key, inner in value.items():
+            out.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def param_differences(repo: Path, stage: str) -> list[str]:
+    """Which keys under the stage's params differ between dvc.lock and params.yaml, by name."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text()) or {}
+    locked = _flatten(lock.get("stages", {}).get(stage, {}).get("params", {}).get("params.yaml", {}))
+    current_all = _flatten(yaml.safe_load((repo / "params.yaml").read_text()) or {})
+    sections = {key.split(".")[0] for key in locked}
+    current = {k: v for k, v in current_all.items() if k.split(".")[0] in sections}
+    return [f"param {key}: {locked.get(key, '<absent>')!r} in dvc.lock, {current.get(key, '<absent>')!r} in params.yaml"
+            for key in sorted(set(locked) | set(current)) if locked.get(key) != current.get(key)]
 
 
 def check_lock(repo: Path = Path(".")) -> int:
@@ -53,6 +77,8 @@ def check_lock(repo: Path = Path(".")) -> int:
         print("check-lock: dvc.lock matches params.yaml and the stage code", file=sys.stderr)
         return 0
     for stage, reasons in stale.items():
+        if any(r.startswith("param ") for r in reasons):  # name the exact keys, not just the section
+            reasons = [r for r in reasons if not r.startswith("param ")] + param_differences(repo, stage)
         print(f"check-lock: stale stage '{stage}': " + "; ".join(reasons), file=sys.stderr)
     print("check-lock: re-run `dvc repro` and commit dvc.lock, metrics/ and plots/", file=sys.stderr)
     return 1

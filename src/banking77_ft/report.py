@@ -1,0 +1,59 @@
+"""The README's results table, generated from the committed metrics files so that the two
+cannot disagree (a test compares them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+# Published on the same 3,080-message test set with the full training data.
+ANCHORS = (("BERT fine-tuned (Casanueva et al. 2020)", 0.9366), ("USE+ConveRT (Casanueva et al. 2020)", 0.9336))
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f} %"
+
+
+def results_table(metrics_dir: Path, extra_rows: list[tuple[str, dict]] | None = None) -> str:
+    evaluation = json.loads((metrics_dir / "eval.json").read_text(encoding="utf-8"))
+    baseline = json.loads((metrics_dir / "baseline.json").read_text(encoding="utf-8"))
+    train = json.loads((metrics_dir / "train.json").read_text(encoding="utf-8"))
+    watched = evaluation["card_arrival_vs_card_delivery_estimate"]
+    rows = [
+        "| run | test accuracy | macro-F1 | weighted-F1 | invalid | n |",
+        "|---|---|---|---|---|---|",
+        f"| **default params (this commit)**, Gemma 3 270M full FT | **{_pct(evaluation['accuracy'])}** | "
+        f"**{_pct(evaluation['macro_f1'])}** | {_pct(evaluation['weighted_f1'])} | "
+        f"{_pct(evaluation['invalid_rate'])} | {evaluation['n']} |",
+    ]
+    for title, metrics in extra_rows or []:
+        rows.append(f"| {title} | {_pct(metrics.get('accuracy'))} | {_pct(metrics.get('macro_f1'))} | "
+                    f"{_pct(metrics.get('weighted_f1'))} | {_pct(metrics.get('invalid_rate'))} | "
+                    f"{metrics.get('n', '–')} |")
+    rows.append(f"| TF-IDF + logistic regression (`baseline` stage) | {_pct(baseline['accuracy'])} | "
+                f"{_pct(baseline['macro_f1'])} | {_pct(baseline['weighted_f1'])} | – | {baseline['n']} |")
+    for title, accuracy in ANCHORS:
+        rows.append(f"| {title}, published | {_pct(accuracy)} | – | – | – | 3080 |")
+    rows += [
+        "",
+        f"Training: {train['steps']} steps, final validation loss {train['val_loss']}, "
+        f"{train['seconds_per_step']} s/step, {train['wall_seconds'] / 60:.1f} min wall "
+        f"(`metrics/train.json`). Evaluation: {evaluation['decoding']} decoding at "
+        f"{evaluation['examples_per_second']} messages/s ({evaluation['decode_seconds']} s for "
+        f"{evaluation['n']} messages), ECE {evaluation['ece']} (`metrics/eval.json`).",
+        "",
+        f"`card_arrival` ↔ `card_delivery_estimate`: "
+        f"{watched['card_arrival->card_delivery_estimate']} of {watched['card_arrival_support']} `card_arrival` "
+        f"messages predicted as `card_delivery_estimate`, "
+        f"{watched['card_delivery_estimate->card_arrival']} of {watched['card_delivery_estimate_support']} the "
+        f"other way.",
+    ]
+    return "\n".join(rows)
+
+
+def replace_block(readme: str, block: str) -> str:
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{block}\n{END}{tail}"
