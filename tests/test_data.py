@@ -129,3 +129,20 @@ def test_overlap_is_counted():
     assert count_overlap(data.train, data.test) == int(data.test["text"].isin(set(data.train["text"])).sum())
     toy = pd.DataFrame({"text": ["a", "b"], "category": ["x", "y"]})
     assert count_overlap(toy, pd.DataFrame({"text": ["b", "c"], "category": ["y", "x"]})) == 1
+
+
+def test_prepare_stage_reports_bad_data_in_one_line_and_writes_nothing(folder, tmp_path, capsys):
+    import importlib.util
+
+    (folder / "train.csv").write_text("text,category\nhello,not_an_intent\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data: {{source: {folder}}}\n")
+    spec = importlib.util.spec_from_file_location("prepare_stage", RAW.parents[2] / "stages/prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--params", str(params), "--base", str(tmp_path / "unused"), "--out", str(tmp_path / "prepared")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "train.csv: row 1 has label 'not_an_intent'" in err and "Traceback" not in err
+    assert not (tmp_path / "prepared").exists()

@@ -6,8 +6,9 @@ each ending in EOS), so every prediction is a valid intent. Three things make it
 
 - the LM head is evaluated only on the few hundred token ids that occur in labels, not on
   the 262,144-token vocabulary;
-- a beam stops as soon as its trie node has a single label below it: the remaining tokens
-  are forced, so no forward pass is spent on them;
+- a beam stops as soon as its trie node has a single label below it, and tokens forced by the
+  trie (a node with one child, e.g. the "_" after " card") are fed together with the chosen
+  token in one forward pass: forward passes are spent only where the trie branches;
 - the prompt is encoded once per batch and its KV cache is shared by the beams.
 
 Confidence. Probabilities are *locally normalised over valid continuations*: at each trie
@@ -74,6 +75,14 @@ class LabelTrie:
                 allowed[node, column[token]] = True
         only = [next(iter(b)) if len(b) == 1 else -1 for b in below]
         return cls(list(labels), children, only, torch.tensor(vocab), allowed)
+
+    def forced_chain(self, node: int) -> tuple[list[int], int]:
+        """Tokens forced after `node` (single-child steps) and the branching node they reach."""
+        chain = []
+        while len(self.children[node]) == 1 and self.only_label[node] < 0:
+            (token, node), = self.children[node].items()
+            chain.append(token)
+        return chain, node
 
     def column_of(self) -> dict[int, int]:
         return {int(t): i for i, t in enumerate(self.vocab.tolist())}
@@ -143,21 +152,33 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: LabelTrie, top_
                 elif trie.only_label[child] >= 0:  # the rest of the path is forced: done
                     kept_finished.append((score, trie.only_label[child]))
                 else:
-                    next_rows.append((m, child, score))
+                    chain, node = trie.forced_chain(child)
+                    next_rows.append((m, node, score))  # forced tokens have probability 1
                     sources.append(r)
-                    tokens.append(token)
+                    tokens.append([token] + chain)
             finished[m] = kept_finished
         if not next_rows:
             break
         source = torch.tensor(sources)
         cache.reorder_cache(source)  # gather the beams' KV rows (also drops finished ones)
-        mask = torch.cat([mask[source], torch.ones(len(sources), 1, dtype=mask.dtype)], dim=1)
-        last_position = last_position[source] + 1
+        # Each beam feeds its chosen token plus the forced tokens up to the next branching node
+        # in one forward pass; shorter chains are right-padded and masked out, for this step
+        # and (through the mask kept in `mask`) for every later one.
+        width = max(len(t) for t in tokens)
+        step_ids = torch.full((len(tokens), width), pad_token_id, dtype=torch.long)
+        step_mask = torch.zeros((len(tokens), width), dtype=mask.dtype)
+        for row, chain in enumerate(tokens):
+            step_ids[row, :len(chain)] = torch.tensor(chain)
+            step_mask[row, :len(chain)] = 1
+        step_positions = last_position[source].unsqueeze(1) + step_mask.cumsum(-1)
+        mask = torch.cat([mask[source], step_mask], dim=1)
+        lengths = step_mask.sum(-1)
+        last_position = step_positions[torch.arange(len(tokens)), lengths - 1]
         with autocast_for(precision):
-            out = body(input_ids=torch.tensor(tokens).unsqueeze(1), attention_mask=mask,
-                       position_ids=last_position.unsqueeze(1), past_key_values=cache, use_cache=True)
+            out = body(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
+                       past_key_values=cache, use_cache=True)
         cache = out.past_key_values
-        hidden = out.last_hidden_state[:, -1]
+        hidden = out.last_hidden_state[torch.arange(len(tokens)), lengths - 1]
         rows = next_rows
     predictions = []
     for beams in finished:
