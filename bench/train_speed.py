@@ -21,7 +21,6 @@ import argparse
 import copy
 import gc
 import json
-import os
 import sys
 import tempfile
 import threading

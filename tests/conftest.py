@@ -7,9 +7,6 @@ writes for `model.base: tiny-random`.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from PIL import Image
 from safetensors import safe_open
 
