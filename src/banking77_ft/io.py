@@ -59,11 +59,6 @@ def write_csv(target: str | Path, frame) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def write_parquet(target: str | Path, frame) -> None:
-    with atomic_path(target, suffix=".parquet") as tmp:
-        frame.to_parquet(tmp, index=False)
-
-
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `target`; on success swap it into place.
