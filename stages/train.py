@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{threads} threads", file=sys.stderr)
         result = train(model, Examples.from_frame(train_frame), Examples.from_frame(val_frame), config,
                        pad_token_id=tokenizer.pad_token_id, checkpoint_dir=args.checkpoints,
-                       fingerprint=fingerprint, eval_batch_size=2 * config.batch_size)
+                       fingerprint=fingerprint, eval_batch_size=config.batch_size)
         state = result.state
         with atomic_dir(args.out) as tmp:
             save_checkpoint_folder(tmp, model, tokenizer)

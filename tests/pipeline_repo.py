@@ -69,6 +69,7 @@ def make_repo(target: Path, overrides: dict | None = None) -> Path:
         set_params(target, overrides)
     run(target, "git", "init", "-q")
     dvc(target, "init", "-q")
+    shutil.copy(ROOT / ".dvc/config", target / ".dvc/config")  # the project's cache settings
     run(target, "git", "add", "-A")
     run(target, "git", "commit", "-qm", "pipeline")
     return target

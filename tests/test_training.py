@@ -56,9 +56,64 @@ def test_one_optimizer_step_matches_reference_step(tiny_model, batch):
     ref_opt.step()
     for (name, p), (_, q) in zip(tiny_model.named_parameters(), twin.named_parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"parameter {name} after one step")
-    # the padding row of the embedding is never updated by nn.Embedding; ours must agree
+    # the batch holds padding, so the padding_idx branch of the manual embedding gradient ran
     pad = tiny_model.get_input_embeddings().padding_idx
-    assert pad is not None
+    assert pad is not None and bool((batch["input_ids"] == pad).any())
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_softcapped_logits_match_reference(tiny_model, batch):
+    with torch.no_grad():  # large logits, so that the cap bites
+        for p in tiny_model.parameters():
+            p.mul_(3.0)
+    tiny_model.config.final_logit_softcapping = 2.0  # Gemma 2 style
+    twin = copy.deepcopy(tiny_model)
+    twin.tie_weights()
+    loss = forward_backward(tiny_model, batch, "fp32")
+    reference = reference_loss(twin, batch)
+    reference.backward()
+    assert abs(float(loss) - float(reference)) < 1e-4
+    uncapped = copy.deepcopy(tiny_model)
+    uncapped.config.final_logit_softcapping = None
+    assert abs(float(label_token_loss(uncapped, batch)) - float(loss)) > 1e-3  # the cap changed something
+    for name, p in twin.named_parameters():
+        torch.testing.assert_close(dict(tiny_model.named_parameters())[name].grad, p.grad, rtol=1e-4, atol=1e-6,
+                                   msg=f"gradient of {name}")
+
+
+def test_gradients_accumulate_across_calls(tiny_model, batch):
+    """Without zero_grad, a second call adds to the persistent gradient buffer (as autograd would)."""
+    forward_backward(tiny_model, batch, "fp32")
+    once = _grads(tiny_model)
+    forward_backward(tiny_model, batch, "fp32")
+    for name, p in tiny_model.named_parameters():
+        torch.testing.assert_close(p.grad, 2 * once[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_head_sees_the_weights_after_an_optimizer_step(tiny_model, batch, precision):
+    """The bf16 copy of the head weight is refreshed after the optimizer changes the master;
+    a stale copy would make the second step's loss differ from a fresh model's."""
+    optimizer = build_optimizer(tiny_model, TrainParams(learning_rate=1e-2))
+    forward_backward(tiny_model, batch, precision)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    fresh = copy.deepcopy(tiny_model)  # no cached head: computes from the updated weights
+    with torch.no_grad():
+        assert float(label_token_loss(tiny_model, batch, precision=precision)) == \
+            float(label_token_loss(fresh, batch, precision=precision))
+    second = forward_backward(tiny_model, batch, precision)
+    assert float(second) == float(label_token_loss(fresh, batch, precision=precision))
+
+
+def test_backward_after_a_second_forward_is_refused(tiny_model, batch):
+    first = label_token_loss(tiny_model, batch)
+    label_token_loss(tiny_model, batch)  # reuses the head's scratch buffers
+    with pytest.raises(RuntimeError, match="another forward pass ran before this backward"):
+        first.backward()
 
 
 def test_bf16_loss_is_close_to_fp32(tiny_model, batch):
@@ -114,3 +169,14 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 4; last good checkpoint: .*step-0000002\.pt"):
         train(tiny_model, examples, examples, params, tokenizer.pad_token_id, tmp_path / "ckpt", "fp")
     assert [p.name for p in (tmp_path / "ckpt").glob("step-*.pt")] == ["step-0000002.pt"]
+
+
+def test_head_sees_in_place_edits_and_loaded_weights(tiny_model, batch):
+    before = float(label_token_loss(tiny_model, batch, precision="bf16").detach())
+    state = copy.deepcopy(tiny_model.state_dict())
+    with torch.no_grad():
+        tiny_model.get_output_embeddings().weight.mul_(2.0)
+    doubled = float(label_token_loss(tiny_model, batch, precision="bf16").detach())
+    assert doubled != before
+    tiny_model.load_state_dict(state)
+    assert float(label_token_loss(tiny_model, batch, precision="bf16").detach()) == before
