@@ -123,6 +123,8 @@ def check_outputs_complete(repo: Path) -> int:
             assert len(pd.read_csv(repo / "metrics" / name)) > 0
             checked += 1
     for png in (repo / "plots").glob("*.png") if (repo / "plots").exists() else []:
+        if png.name.startswith("."):  # an atomic write's temporary (a kill leaves it; the next write removes it)
+            continue
         with Image.open(png) as image:
             image.verify()
         checked += 1
