@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from banking77_ft.decoding import LabelTrie, constrained_decode, free_decode
+from banking77_ft.decoding import LabelTrie, constrained_decode, free_decode, prompt_ids
 from banking77_ft.io import write_csv, write_json
 from banking77_ft.metrics import (INVALID, WATCHED_PAIR, calibration_table, classification_metrics,
                                   expected_calibration_error, most_confused_pairs, pair_counts, per_class_table,
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         labels = label_info["labels"]
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model)
-        prompts = [list(ids[:n]) for ids, n in zip(test["input_ids"], test["prompt_length"])]
+        prompts = prompt_ids(test)
         t0 = time.monotonic()
         if config.decoding == "constrained":
             trie = LabelTrie.build(labels, label_info["token_ids"])
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
             longest = max(len(t) for t in label_info["token_ids"])
             texts = free_decode(model, tokenizer, prompts, longest + 1, config.batch_size, config.precision,
                                 Progress(len(prompts)))
-            predicted = [t if t in set(labels) else INVALID for t in texts]
+            known = set(labels)
+            predicted = [t if t in known else INVALID for t in texts]
             confidence, tops = [float("nan")] * len(predicted), [[] for _ in predicted]
         seconds = time.monotonic() - t0
 

@@ -37,6 +37,8 @@ def encode_split(frame: pd.DataFrame, tokenizer, template: str, max_length: int)
 
 
 def length_stats(frame: pd.DataFrame) -> dict:
+    if frame.empty:  # the validation split with data.val_fraction: 0
+        return {"rows": 0, "truncated": 0}
     lengths = np.array([len(x) for x in frame["input_ids"]])
     label_tokens = np.array([len(x) - p for x, p in zip(frame["input_ids"], frame["prompt_length"])])
     return {"rows": int(len(frame)), "tokens_mean": round(float(lengths.mean()), 2),
@@ -71,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
             write_json(tmp / "report.json", report)
         for name in splits:
             stats = report[name]
+            if not stats["rows"]:
+                print(f"prepare: {name}: 0 rows (data.val_fraction: 0)", file=sys.stderr)
+                continue
             print(f"prepare: {name}: {stats['rows']} rows, tokens mean {stats['tokens_mean']} "
                   f"p95 {stats['tokens_p95']} max {stats['tokens_max']}, label tokens mean "
                   f"{stats['label_tokens_mean']}, {stats['truncated']} message(s) truncated", file=sys.stderr)

@@ -3,19 +3,22 @@
 Reads params `train`; `data/prepared/{train,validation}.parquet`, `labels.json`, `prompt.json`;
 the base checkpoint. Writes the fine-tuned checkpoint to --out (with labels.json and
 prompt.json, so it is self-contained for `predict`), per-step train loss and per-epoch
-validation loss CSVs (DVC plots), and a metrics JSON. Checkpoints go to --checkpoints, outside
-DVC's outputs, so a killed run resumes on the next `dvc repro`; they are deleted on success.
+validation loss CSVs (DVC plots), and a metrics JSON with validation loss and accuracy, the
+selection metrics. Checkpoints go to --checkpoints, outside DVC's outputs, so a killed run
+resumes on the next `dvc repro`; they are deleted on success.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from banking77_ft.decoding import accuracy_on
 from banking77_ft.io import atomic_dir, write_csv, write_json
 from banking77_ft.modeling import configure_runtime, load_model, load_tokenizer, save_checkpoint_folder
 from banking77_ft.stage import run_stage
@@ -42,23 +45,29 @@ def main(argv: list[str] | None = None) -> None:
                                                args.base / "config.json", args.base / "model.safetensors"])
         tokenizer = load_tokenizer(args.base)
         model = load_model(args.base)
-        print(f"train: {len(train_frame)} examples, {len(val_frame)} validation, {config.precision}, "
+        print(f"train: {len(train_frame)} examples, {len(val_frame) or 'no'} validation, {config.precision}, "
               f"{threads} threads", file=sys.stderr)
         result = train(model, Examples.from_frame(train_frame), Examples.from_frame(val_frame), config,
                        pad_token_id=tokenizer.pad_token_id, checkpoint_dir=args.checkpoints,
                        fingerprint=fingerprint, eval_batch_size=config.batch_size)
         state = result.state
+        # Validation accuracy, the selection metric next to validation loss (`dvc exp show`).
+        label_info = json.loads((args.data / "labels.json").read_text(encoding="utf-8"))
+        val_accuracy = (accuracy_on(model, val_frame, label_info, config.batch_size, tokenizer.pad_token_id)
+                        if len(val_frame) else None)
         with atomic_dir(args.out) as tmp:
             save_checkpoint_folder(tmp, model, tokenizer)
             for name in ("labels.json", "prompt.json"):
                 shutil.copyfile(args.data / name, tmp / name)
         write_csv(args.train_log, pd.DataFrame(state.train_log))
-        write_csv(args.val_log, pd.DataFrame(state.val_log))
+        # the header is written even without a validation split, so the plot readers still parse it
+        write_csv(args.val_log, pd.DataFrame(state.val_log, columns=["step", "epoch", "val_loss"]))
         tail = state.train_log[-max(1, len(state.train_log) // 10):]
         write_json(args.metrics, {
             "steps": state.step,
             "train_loss_last_10pct": round(sum(r["loss"] for r in tail) / len(tail), 5),
             "val_loss": state.val_log[-1]["val_loss"] if state.val_log else None,
+            "val_accuracy": None if val_accuracy is None else round(val_accuracy, 6),
             "examples_per_second": round(state.examples_seen / max(state.step_seconds, 1e-9), 3),
             "seconds_per_step": round(state.step_seconds / max(state.step, 1), 3),
             "wall_seconds": round(result.wall_seconds, 1),

@@ -124,6 +124,13 @@ def test_validation_split_is_stratified_and_disjoint():
     assert (val["category"].value_counts(normalize=True) - shares).abs().max() < 0.01
 
 
+def test_zero_validation_fraction_keeps_every_row_for_training():
+    frame = read_source(str(RAW)).train
+    fit, val = split_validation(frame, 0.0, seed=42)
+    assert fit.equals(frame.reset_index(drop=True))
+    assert val.empty and list(val.columns) == list(frame.columns)
+
+
 def test_overlap_is_counted():
     data = read_source(str(RAW))
     assert count_overlap(data.train, data.test) == int(data.test["text"].isin(set(data.train["text"])).sum())

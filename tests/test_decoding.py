@@ -59,7 +59,7 @@ def test_confidence_and_top_k_are_consistent(tiny_model, tokenizer, trie, prompt
 def brute_force_log_probs(model, prompt, trie, labels, sequences):
     """Locally normalised log P(label) by running prompt+label through the model without cache."""
     head = model.lm_head.weight[trie.vocab]
-    column = trie.column_of()
+    column = trie.column
     scores = []
     for sequence in sequences:
         ids = torch.tensor([prompt + sequence[:-1]])
@@ -87,3 +87,19 @@ def test_beam_probabilities_are_exact_and_wide_beam_is_exhaustive(tiny_model, to
                                  pad_token_id=tokenizer.pad_token_id)[0]
     assert batched.label == wide.label
     assert math.isclose(batched.confidence, wide.confidence, rel_tol=1e-3)
+
+
+def test_validation_accuracy_scores_greedy_constrained_predictions(tiny_model, tokenizer, trie, prompts, labels):
+    import pandas as pd
+
+    from banking77_ft.decoding import accuracy_on
+
+    greedy = constrained_decode(tiny_model, prompts, trie, batch_size=4, top_k=1,
+                                pad_token_id=tokenizer.pad_token_id)
+    wrong = [next(l for l in labels if l != p.label) for p in greedy]
+    actual = [p.label for p in greedy[:4]] + wrong[4:]  # 4 of 6 rows agree with the model
+    frame = pd.DataFrame({"input_ids": [p + [1, 2] for p in prompts],  # label tokens after the prompt
+                          "prompt_length": [len(p) for p in prompts], "label": actual})
+    label_info = {"labels": labels, "token_ids": [label_token_ids(tokenizer, l) for l in labels]}
+    assert accuracy_on(tiny_model, frame, label_info, batch_size=4,
+                       pad_token_id=tokenizer.pad_token_id) == pytest.approx(4 / 6)

@@ -36,7 +36,7 @@ def test_committed_params_load_and_match_defaults():
     (lambda p: p["train"].update(learning_rate=-1e-5), "train.learning_rate"),
     (lambda p: p["train"].update(batch_size=0), "train.batch_size: got 0; allowed: an integer >= 1"),
     (lambda p: p["data"].update(val_fraction=1.0), "data.val_fraction: got 1.0"),
-    (lambda p: p["data"].update(val_fraction=0), "data.val_fraction"),
+    (lambda p: p["data"].update(val_fraction=-0.1), "data.val_fraction: got -0.1"),
     (lambda p: p["train"].update(precision="fp16"), "train.precision: got 'fp16'; allowed: one of ['fp32', 'bf16']"),
     (lambda p: p["train"].update(method="lora"), "train.method: got 'lora'; allowed: one of ['full']"),
     (lambda p: p["evaluate"].update(decoding="beam"), "evaluate.decoding: got 'beam'"),

@@ -34,6 +34,7 @@ def test_outputs_exist_and_are_well_formed(repo):
     steps = pd.read_csv(repo / "metrics/train_loss.csv")
     assert steps["step"].tolist() == list(range(1, 19))
     assert len(pd.read_csv(repo / "metrics/val_loss.csv")) == 2  # once per epoch
+    assert train["val_accuracy"] * 8 == round(train["val_accuracy"] * 8)  # a share of 8 validation rows
     for name in ("confusion", "loss", "per_class_f1", "reliability"):
         assert (repo / f"plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for split, rows in (("train", 72), ("validation", 8), ("test", 40)):
@@ -108,3 +109,22 @@ def test_check_lock_names_the_stale_stage_and_passes_after_rerun(repo, tmp_path)
     assert "stale stage 'evaluate'" in check(repo).stderr
     dvc(repo, "repro")
     assert check(repo).returncode == 0
+
+
+def test_refit_without_validation_split(repo):
+    """data.val_fraction: 0 is the final refit on every training row: an empty validation
+    split, no validation pass, a header-only validation log, and a README line that says so."""
+    from banking77_ft.report import results_table
+
+    set_params(repo, {"data": {"val_fraction": 0}})
+    ran = ran_stages(dvc(repo, "repro").stdout)
+    assert {"prepare", "train", "evaluate", "plot", "baseline"} <= set(ran) and "base" not in ran
+    assert len(pd.read_parquet(repo / "data/prepared/train.parquet")) == 80
+    assert len(pd.read_parquet(repo / "data/prepared/validation.parquet")) == 0
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert train["steps"] == 2 * 10 and train["val_loss"] is None and train["val_accuracy"] is None
+    val_log = pd.read_csv(repo / "metrics/val_loss.csv")
+    assert list(val_log.columns) == ["step", "epoch", "val_loss"] and val_log.empty
+    assert (repo / "plots/loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "no validation split (`data.val_fraction: 0`)" in results_table(repo / "metrics")
+    assert ran_stages(dvc(repo, "repro").stdout) == []

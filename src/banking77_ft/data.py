@@ -180,7 +180,10 @@ def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataF
 
 def split_validation(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified train/validation split; falls back to a plain seeded split when some intent
-    has a single example (tiny subsamples) and stratification is impossible."""
+    has a single example (tiny subsamples) and stratification is impossible. A fraction of 0
+    keeps every row for training and returns an empty validation frame."""
+    if fraction == 0:
+        return train.reset_index(drop=True), train.iloc[:0].reset_index(drop=True)
     counts = train["category"].value_counts()
     n_val = max(1, round(len(train) * fraction))
     stratify = train["category"] if (counts >= 2).all() and counts.size <= n_val <= len(train) - counts.size \

@@ -40,6 +40,7 @@ class LabelTrie:
     only_label: list[int]  # node -> the one label below it, or -1 if several
     vocab: torch.Tensor  # sorted token ids that occur in any label
     allowed: torch.Tensor  # (nodes, len(vocab)) bool: which vocab entries are children
+    column: dict[int, int]  # token id -> its column in `vocab` (and in the restricted logits)
 
     @classmethod
     def build(cls, labels: Sequence[str], sequences: Sequence[Sequence[int]]) -> "LabelTrie":
@@ -74,7 +75,7 @@ class LabelTrie:
             for token in kids:
                 allowed[node, column[token]] = True
         only = [next(iter(b)) if len(b) == 1 else -1 for b in below]
-        return cls(list(labels), children, only, torch.tensor(vocab), allowed)
+        return cls(list(labels), children, only, torch.tensor(vocab), allowed, column)
 
     def forced_chain(self, node: int) -> tuple[list[int], int]:
         """Tokens forced after `node` (single-child steps) and the branching node they reach."""
@@ -84,15 +85,26 @@ class LabelTrie:
             chain.append(token)
         return chain, node
 
-    def column_of(self) -> dict[int, int]:
-        return {int(t): i for i, t in enumerate(self.vocab.tolist())}
-
 
 @dataclass(frozen=True)
 class Prediction:
     label: str
     confidence: float
     top: list[tuple[str, float]]  # (label, probability), best first
+
+
+def prompt_ids(frame) -> list[list[int]]:
+    """The prompt part (BOS + template) of each prepared row: what decoding continues from."""
+    return [list(ids[:n]) for ids, n in zip(frame["input_ids"], frame["prompt_length"])]
+
+
+def accuracy_on(model, frame, label_info: dict, batch_size: int, pad_token_id: int) -> float:
+    """Greedy constrained-decoding accuracy on a prepared split (the validation split, to select
+    runs on accuracy without touching the test set)."""
+    trie = LabelTrie.build(label_info["labels"], label_info["token_ids"])
+    predictions = constrained_decode(model, prompt_ids(frame), trie, batch_size, top_k=1,
+                                     pad_token_id=pad_token_id, precision="fp32")
+    return float(np.mean([p.label == actual for p, actual in zip(predictions, frame["label"])]))
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +131,6 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: LabelTrie, top_
                   precision: str) -> list[Prediction]:
     body = model.get_decoder()
     head = model.lm_head.weight[trie.vocab]  # (|label vocab|, hidden): the only rows we need
-    column = trie.column_of()
     ids, mask = left_pad(prompts, pad_token_id)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with autocast_for(precision):
@@ -139,7 +150,7 @@ def _decode_batch(model, prompts: Sequence[Sequence[int]], trie: LabelTrie, top_
         candidates: list[list[tuple[float, int, int, int]]] = [[] for _ in prompts]  # (score, row, token, child)
         for r, (m, node, score) in enumerate(rows):
             for token, child in trie.children[node].items():
-                candidates[m].append((score + float(logp[r, column[token]]), r, token, child))
+                candidates[m].append((score + float(logp[r, trie.column[token]]), r, token, child))
         next_rows, sources, tokens = [], [], []
         for m, options in enumerate(candidates):
             pool = [(s, None, None, None, label) for s, label in finished[m]] + \

@@ -32,8 +32,10 @@ class DataParams:
     max_test_examples: Optional[int] = None
 
     def check(self, key: str) -> None:
-        _require(0.0 < self.val_fraction < 1.0, f"{key}.val_fraction", self.val_fraction,
-                 "a fraction strictly between 0 and 1")
+        # 0 means no validation split: the final refit on every training row, once
+        # hyper-parameters have been chosen on a validation split.
+        _require(0.0 <= self.val_fraction < 1.0, f"{key}.val_fraction", self.val_fraction,
+                 "0 (no validation split) or a fraction below 1")
         for name in ("max_train_examples", "max_test_examples"):
             value = getattr(self, name)
             _require(value is None or value >= 1, f"{key}.{name}", value, "null or an integer >= 1")

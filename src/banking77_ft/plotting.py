@@ -49,7 +49,7 @@ def loss_figure(train_log: pd.DataFrame, val_log: pd.DataFrame, dpi: int):
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("label-token cross-entropy")
-    ax.set_title("Training and validation loss")
+    ax.set_title("Training and validation loss" if len(val_log) else "Training loss (no validation split)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -36,9 +36,11 @@ def results_table(metrics_dir: Path, extra_rows: list[tuple[str, dict]] | None =
                 f"{_pct(baseline['macro_f1'])} | {_pct(baseline['weighted_f1'])} | – | {baseline['n']} |")
     for title, accuracy in ANCHORS:
         rows.append(f"| {title}, published | {_pct(accuracy)} | – | – | – | 3080 |")
+    validation = (f"final validation loss {train['val_loss']}" if train["val_loss"] is not None
+                  else "no validation split (`data.val_fraction: 0`)")
     rows += [
         "",
-        f"Training: {train['steps']} steps, final validation loss {train['val_loss']}, "
+        f"Training: {train['steps']} steps, {validation}, "
         f"{train['seconds_per_step']} s/step, {train['wall_seconds'] / 60:.1f} min wall "
         f"(`metrics/train.json`). Evaluation: {evaluation['decoding']} decoding at "
         f"{evaluation['examples_per_second']} messages/s ({evaluation['decode_seconds']} s for "

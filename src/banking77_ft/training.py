@@ -259,14 +259,10 @@ def label_head(model) -> LabelHead:
 def label_token_loss(model, batch: dict[str, torch.Tensor], reduction: str = "mean",
                      inputs_embeds: torch.Tensor | None = None, precision: str = "fp32") -> torch.Tensor:
     """Cross-entropy over label tokens, running the LM head only where a label is predicted."""
-    body = model.get_decoder()
+    inputs = {"input_ids": batch["input_ids"]} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     with autocast_for(precision):
-        if inputs_embeds is None:
-            hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          use_cache=False).last_hidden_state
-        else:
-            hidden = body(inputs_embeds=inputs_embeds, attention_mask=batch["attention_mask"],
-                          use_cache=False).last_hidden_state
+        hidden = model.get_decoder()(**inputs, attention_mask=batch["attention_mask"],
+                                     use_cache=False).last_hidden_state
     mask, targets = label_positions(batch["labels"])
     selected = hidden[:, :-1][mask]  # (n label tokens, hidden)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -563,7 +559,7 @@ def train(model, train_examples: Examples, val_examples: Examples, params: Train
                                         "loss": round(float(loss), 6), "learning_rate": learning_rate,
                                         "grad_norm": round(float(grad_norm), 6)})
                 progress.update(state.step, float(loss))
-                if state.step % per_epoch == 0 or state.step == total:
+                if len(val_examples) and (state.step % per_epoch == 0 or state.step == total):
                     val_loss = evaluate_loss(model, val_examples, eval_batch_size, pad_token_id, params.precision)
                     state.val_log.append({"step": state.step, "epoch": round(state.step / per_epoch, 4),
                                           "val_loss": round(val_loss, 6)})
