@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("dvc.yaml", "params.yaml", "stages", "src", "data/raw")
 
 TINY_OVERRIDES = {
-    "data": {"max_train_examples": 80, "max_test_examples": 40},
+    # a validation split, whatever the committed default (the refit uses none)
+    "data": {"max_train_examples": 80, "max_test_examples": 40, "val_fraction": 0.1},
     "model": {"base": "tiny-random"},
     "train": {"epochs": 2, "learning_rate": 2e-3, "checkpoint_every_steps": 2, "batch_size": 8},
     "evaluate": {"batch_size": 16},
