@@ -80,3 +80,19 @@ def test_dataclass_defaults_are_the_reference_recipe_except_precision():
     defaults = TrainParams()
     assert (defaults.epochs, defaults.batch_size, defaults.learning_rate, defaults.lr_scheduler) == \
         (3, 16, 5e-5, "cosine")
+
+
+@pytest.mark.parametrize("value", [3e-5, 5e-5, 2.5e-06])
+def test_floats_written_by_dvc_read_as_numbers(tmp_path, value):
+    """`dvc exp run -S train.learning_rate=3e-5` writes params.yaml through ruamel (YAML 1.2),
+    which prints `3e-05`: no dot, so YAML 1.1 (PyYAML's default) would read a string."""
+    from ruamel.yaml import YAML
+
+    ruamel = YAML()
+    params = ruamel.load((ROOT / "params.yaml").read_text())
+    params["train"]["learning_rate"] = value
+    path = tmp_path / "params.yaml"
+    with path.open("w") as out:
+        ruamel.dump(params, out)
+    assert "e-0" in path.read_text()  # the dot-less form that tripped YAML 1.1
+    assert load_params(path, ("train",))["train"].learning_rate == value

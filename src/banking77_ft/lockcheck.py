@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from .params import read_yaml
 
 ABSENT = {"deleted", "not in cache"}
 
@@ -54,9 +54,9 @@ def _flatten(value, prefix: str = "") -> dict:
 
 def param_differences(repo: Path, stage: str) -> list[str]:
     """Which keys under the stage's params differ between dvc.lock and params.yaml, by name."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text()) or {}
+    lock = read_yaml(repo / "dvc.lock") or {}
     locked = _flatten(lock.get("stages", {}).get(stage, {}).get("params", {}).get("params.yaml", {}))
-    current_all = _flatten(yaml.safe_load((repo / "params.yaml").read_text()) or {})
+    current_all = _flatten(read_yaml(repo / "params.yaml") or {})
     sections = {key.split(".")[0] for key in locked}
     current = {k: v for k, v in current_all.items() if k.split(".")[0] in sections}
     return [f"param {key}: {locked.get(key, '<absent>')!r} in dvc.lock, {current.get(key, '<absent>')!r} in params.yaml"

@@ -8,6 +8,7 @@ that names the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -17,6 +18,23 @@ from typing import Any, Literal, Optional
 import yaml
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 (and DVC, which writes params.yaml through
+    ruamel) does: `3e-05` is a number. Plain YAML 1.1 wants a dot and reads it as a string, so
+    `dvc exp run -S train.learning_rate=3e-5` would otherwise fail the type check."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: Path):
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
 
 
 class ParamsError(ValueError):
@@ -226,7 +244,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE, sections: tuple[str, ...
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(path) or {}
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
     except yaml.YAMLError as exc:
