@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from banking77_ft.params import read_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("dvc.yaml", "params.yaml", "stages", "src", "data/raw")
 
@@ -49,7 +51,7 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 def set_params(repo: Path, overrides: dict) -> None:
     path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
+    params = read_yaml(path)
     for section, values in overrides.items():
         params.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))

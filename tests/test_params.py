@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from banking77_ft.params import ParamsError, TrainParams, load_params
+from banking77_ft.params import ParamsError, TrainParams, load_params, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path, mutate) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = read_yaml(ROOT / "params.yaml")
     mutate(params)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
