@@ -4,8 +4,9 @@ Reads params `train`; `data/prepared/{train,validation}.parquet`, `labels.json`,
 the base checkpoint. Writes the fine-tuned checkpoint to --out (with labels.json and
 prompt.json, so it is self-contained for `predict`), per-step train loss and per-epoch
 validation loss CSVs (DVC plots), and a metrics JSON with validation loss and accuracy, the
-selection metrics. Checkpoints go to --checkpoints, outside DVC's outputs, so a killed run
-resumes on the next `dvc repro`; they are deleted on success.
+selection metrics (of the saved model: the weight average when `train.swa_start_fraction` is
+set, with the last iterate's figures beside it). Checkpoints go to --checkpoints, outside
+DVC's outputs, so a killed run resumes on the next `dvc repro`; they are deleted on success.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from banking77_ft.decoding import accuracy_on
 from banking77_ft.io import atomic_dir, write_csv, write_json
 from banking77_ft.modeling import configure_runtime, load_model, load_tokenizer, save_checkpoint_folder
 from banking77_ft.stage import run_stage
-from banking77_ft.training import Examples, peak_rss_gib, run_fingerprint, train
+from banking77_ft.training import Examples, evaluate_loss, peak_rss_gib, run_fingerprint, train
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,8 +58,25 @@ def main(argv: list[str] | None = None) -> None:
         state = result.state
         # Validation accuracy, the selection metric next to validation loss (`dvc exp show`).
         label_info = json.loads((args.data / "labels.json").read_text(encoding="utf-8"))
-        val_accuracy = (accuracy_on(model, val_frame, label_info, config.batch_size, tokenizer.pad_token_id)
-                        if len(val_frame) else None)
+
+        def val_accuracy_of_model() -> float | None:
+            return (accuracy_on(model, val_frame, label_info, config.batch_size, tokenizer.pad_token_id)
+                    if len(val_frame) else None)
+
+        val_loss = state.val_log[-1]["val_loss"] if state.val_log else None
+        averaging = None
+        if result.average is not None:
+            # the last iterate's figures first (the model holds it until copy_to), so one run
+            # compares averaging with not averaging on the same trajectory
+            averaging = {"snapshots": len(result.average.snapshot_steps),
+                         "first_snapshot_step": result.average.snapshot_steps[0],
+                         "last_iterate_val_loss": val_loss,
+                         "last_iterate_val_accuracy": _rounded(val_accuracy_of_model())}
+            result.average.copy_to(model)
+            if len(val_frame):
+                val_loss = round(evaluate_loss(model, Examples.from_frame(val_frame), config.batch_size,
+                                               tokenizer.pad_token_id, config.precision), 6)
+        val_accuracy = val_accuracy_of_model()
         with atomic_dir(args.out) as tmp:
             save_checkpoint_folder(tmp, model, tokenizer)
             for name in ("labels.json", "prompt.json"):
@@ -66,8 +88,9 @@ def main(argv: list[str] | None = None) -> None:
         write_json(args.metrics, {
             "steps": state.step,
             "train_loss_last_10pct": round(sum(r["loss"] for r in tail) / len(tail), 5),
-            "val_loss": state.val_log[-1]["val_loss"] if state.val_log else None,
-            "val_accuracy": None if val_accuracy is None else round(val_accuracy, 6),
+            "val_loss": val_loss,
+            "val_accuracy": _rounded(val_accuracy),
+            "weight_averaging": averaging,
             "examples_per_second": round(state.examples_seen / max(state.step_seconds, 1e-9), 3),
             "seconds_per_step": round(state.step_seconds / max(state.step, 1), 3),
             "wall_seconds": round(result.wall_seconds, 1),

@@ -43,6 +43,8 @@ def test_committed_params_load_and_match_defaults():
     (lambda p: p["train"].update(lr_scheduler="cosin"), "train.lr_scheduler"),
     (lambda p: p["prompt"].update(template="no placeholder"), "prompt.template"),
     (lambda p: p["prompt"].update(template="{text} {other}"), "prompt.template: cannot be formatted"),
+    (lambda p: p["train"].update(swa_start_fraction=1.0), "train.swa_start_fraction: got 1.0"),
+    (lambda p: p["train"].update(swa_every_steps=0), "train.swa_every_steps: got 0"),
 ])
 def test_bad_params_name_the_key(tmp_path, mutate, message):
     with pytest.raises(ParamsError) as error:

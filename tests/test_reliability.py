@@ -17,7 +17,9 @@ from safetensors import safe_open
 
 from pipeline_repo import dvc, env, make_repo, ran_stages, set_params
 
-RESUME_OVERRIDES = {"train": {"epochs": 3, "checkpoint_every_steps": 3, "precision": "fp32", "batch_size": 8}}
+# 27 steps; weight averaging from step 6 on, so the kill at step 9 also resumes a running average
+RESUME_OVERRIDES = {"train": {"epochs": 3, "checkpoint_every_steps": 3, "precision": "fp32", "batch_size": 8,
+                              "swa_start_fraction": 0.2, "swa_every_steps": 2}}
 
 
 def start_repro(repo: Path, *targets: str) -> subprocess.Popen:
@@ -69,7 +71,11 @@ def test_sigkill_mid_train_then_repro_resumes_bit_identically(tmp_path):
     pd.testing.assert_frame_equal(log_killed, log_reference)
     pd.testing.assert_frame_equal(pd.read_csv(killed / "metrics/val_loss.csv"),
                                   pd.read_csv(reference / "metrics/val_loss.csv"))
-    assert json.loads((killed / "metrics/train.json").read_text())["resumed_from_step"] == 9
+    killed_metrics = json.loads((killed / "metrics/train.json").read_text())
+    assert killed_metrics["resumed_from_step"] == 9
+    reference_metrics = json.loads((reference / "metrics/train.json").read_text())
+    assert killed_metrics["weight_averaging"] == reference_metrics["weight_averaging"]
+    assert killed_metrics["weight_averaging"]["snapshots"] == 12  # steps 6, 8, ..., 26 and 27
 
 
 def test_sigterm_writes_a_checkpoint_and_other_params_ignore_it(tmp_path):

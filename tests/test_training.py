@@ -180,3 +180,32 @@ def test_head_sees_in_place_edits_and_loaded_weights(tiny_model, batch):
     assert doubled != before
     tiny_model.load_state_dict(state)
     assert float(label_token_loss(tiny_model, batch, precision="bf16").detach()) == before
+
+
+def test_weight_averaging_saves_the_mean_of_the_snapshot_steps(tiny_model, tokenizer, tmp_path):
+    from banking77_ft.training import train
+
+    frame = pd.read_csv("data/raw/banking77/train.csv").head(40)
+    encoded = [encode_example(tokenizer, TEMPLATE, t, c, 128) for t, c in zip(frame.text, frame.category)]
+    examples = Examples([np.array(e.input_ids) for e in encoded], [np.array(e.labels) for e in encoded])
+    # 5 steps an epoch, 10 in all; averaging after step 5, every 2 steps, and at the last step
+    params = TrainParams(precision="fp32", batch_size=8, epochs=2, learning_rate=1e-3, checkpoint_every_steps=2,
+                         keep_checkpoints=10, swa_start_fraction=0.5, swa_every_steps=2)
+    result = train(tiny_model, examples, Examples([], []), params, tokenizer.pad_token_id, tmp_path / "ckpt", "fp")
+    assert result.average.snapshot_steps == [6, 8, 10]
+
+    def weights(step):
+        return torch.load(tmp_path / "ckpt" / f"step-{step:07d}.pt", weights_only=False)["model"]
+
+    last = {k: v.clone() for k, v in tiny_model.state_dict().items()}  # the model holds the last iterate
+    snapshots = [weights(6), weights(8), last]
+    result.average.copy_to(tiny_model)
+    averaged = tiny_model.state_dict()
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(averaged[name], last[name])
+    for key in ("model.embed_tokens.weight", name, "model.norm.weight"):
+        expected = sum(s[key] for s in snapshots) / 3
+        torch.testing.assert_close(averaged[key], expected, rtol=1e-5, atol=1e-6, msg=key)
+    # the checkpoint written at step 8 carries the two snapshots taken so far
+    payload = torch.load(tmp_path / "ckpt" / "step-0000008.pt", weights_only=False)
+    assert payload["average"]["snapshot_steps"] == [6, 8]

@@ -108,6 +108,11 @@ class TrainParams:
     checkpoint_every_steps: int = 100
     keep_checkpoints: int = 1
     num_threads: Optional[int] = None
+    # Stochastic weight averaging: the saved model is the uniform mean of the weights taken
+    # every `swa_every_steps` steps once this fraction of training is done, and at the last
+    # step. null: the last iterate.
+    swa_start_fraction: Optional[float] = None
+    swa_every_steps: int = 100
 
     def check(self, key: str) -> None:
         _require(self.method in METHODS, f"{key}.method", self.method, f"one of {list(METHODS)}")
@@ -128,6 +133,9 @@ class TrainParams:
         _require(self.keep_checkpoints >= 1, f"{key}.keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
         _require(self.num_threads is None or self.num_threads >= 1, f"{key}.num_threads", self.num_threads,
                  "null (all cores) or an integer >= 1")
+        _require(self.swa_start_fraction is None or 0.0 <= self.swa_start_fraction < 1.0,
+                 f"{key}.swa_start_fraction", self.swa_start_fraction, "null (no averaging) or a number in [0, 1)")
+        _require(self.swa_every_steps >= 1, f"{key}.swa_every_steps", self.swa_every_steps, "an integer >= 1")
 
 
 DECODINGS = ("constrained", "free")

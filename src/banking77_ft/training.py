@@ -393,6 +393,63 @@ def run_fingerprint(params: TrainParams, input_files: Sequence[str | Path]) -> s
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+class WeightAverage:
+    """Stochastic weight averaging over the tail of training (Izmailov et al. 2018): the uniform
+    mean of the weights taken every `every` steps after `start_step`, and at the last step.
+
+    Why: after the cosine schedule's last epoch the weights still wander with the order of the
+    last batches; their mean is a cheap ensemble in weight space, flatter than any one iterate.
+    `torch.optim.swa_utils.AveragedModel` keeps the running mean (an fp32 copy of the model,
+    1.07 GB for the 270M); it is created at the first snapshot, so runs without averaging, and
+    the steps before it, pay nothing. Its state travels in the checkpoints, so a resumed run
+    averages exactly the same snapshots.
+    """
+
+    def __init__(self, start_step: int, every: int, total: int):
+        self.start_step, self.every, self.total = start_step, every, total
+        self.averaged = None  # AveragedModel, from the first snapshot on
+        self.snapshot_steps: list[int] = []
+
+    @classmethod
+    def for_run(cls, params: TrainParams, total: int) -> "WeightAverage | None":
+        if params.swa_start_fraction is None:
+            return None
+        return cls(int(params.swa_start_fraction * total), params.swa_every_steps, total)
+
+    def due(self, step: int) -> bool:
+        return step > self.start_step and (step % self.every == 0 or step == self.total)
+
+    @torch.no_grad()
+    def add(self, model, step: int) -> None:
+        if self.averaged is None:
+            from torch.optim.swa_utils import AveragedModel
+
+            self.averaged = AveragedModel(model)
+        self.averaged.update_parameters(model)
+        self.snapshot_steps.append(step)
+
+    def state_dict(self) -> dict:
+        return {"snapshot_steps": list(self.snapshot_steps),
+                "averaged": None if self.averaged is None else self.averaged.state_dict()}
+
+    def load_state_dict(self, model, state: dict) -> None:
+        self.snapshot_steps = list(state["snapshot_steps"])
+        if state["averaged"] is not None:
+            from torch.optim.swa_utils import AveragedModel
+
+            self.averaged = AveragedModel(model)
+            self.averaged.load_state_dict(state["averaged"])
+
+    @torch.no_grad()
+    def copy_to(self, model) -> None:
+        """Overwrite the model's weights with the mean (buffers are not trained, so not averaged)."""
+        if self.averaged is None:
+            raise TrainingError("weight averaging took no snapshot; is swa_start_fraction past the last step?")
+        for target, mean in zip(model.parameters(), self.averaged.module.parameters()):
+            target.copy_(mean)
+        self.averaged = None  # give the copy's memory back
+
+
 @dataclass
 class TrainState:
     step: int = 0
@@ -403,13 +460,13 @@ class TrainState:
 
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, state: TrainState, fingerprint: str,
-                    keep: int) -> Path:
+                    keep: int, average: "WeightAverage | None" = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{state.step:07d}.pt"
     tmp = folder / f".{target.name}.tmp"
     torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "state": state.__dict__}, tmp)
+                "state": state.__dict__, "average": None if average is None else average.state_dict()}, tmp)
     os.replace(tmp, target)  # atomic: a kill leaves the previous checkpoint, never half of one
     for old in sorted(folder.glob("step-*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
@@ -484,6 +541,9 @@ class TrainResult:
     state: TrainState
     wall_seconds: float
     resumed_from: int
+    # the running weight average, if train.swa_start_fraction is set; the model itself still holds
+    # the last iterate, so the caller can measure both before `average.copy_to(model)`
+    average: WeightAverage | None = None
 
 
 class _SignalFlag:
@@ -517,6 +577,7 @@ def train(model, train_examples: Examples, val_examples: Examples, params: Train
     optimizer = build_optimizer(model, params)
     scheduler = build_scheduler(optimizer, params, total)
     state = TrainState()
+    average = WeightAverage.for_run(params, total)
 
     found = find_resumable(checkpoint_dir, fingerprint, log)
     if found is not None:
@@ -526,6 +587,8 @@ def train(model, train_examples: Examples, val_examples: Examples, params: Train
         scheduler.load_state_dict(payload["scheduler"])
         torch.set_rng_state(payload["torch_rng"])
         state = TrainState(**payload["state"])
+        if average is not None and payload.get("average") is not None:
+            average.load_state_dict(model, payload["average"])
         del payload
         log(f"resuming from {path} (step {state.step} of {total})")
     resumed_from = state.step
@@ -559,6 +622,8 @@ def train(model, train_examples: Examples, val_examples: Examples, params: Train
                                         "loss": round(float(loss), 6), "learning_rate": learning_rate,
                                         "grad_norm": round(float(grad_norm), 6)})
                 progress.update(state.step, float(loss))
+                if average is not None and average.due(state.step):
+                    average.add(model, state.step)
                 if len(val_examples) and (state.step % per_epoch == 0 or state.step == total):
                     val_loss = evaluate_loss(model, val_examples, eval_batch_size, pad_token_id, params.precision)
                     state.val_log.append({"step": state.step, "epoch": round(state.step / per_epoch, 4),
@@ -566,13 +631,14 @@ def train(model, train_examples: Examples, val_examples: Examples, params: Train
                     progress.write(f"step {state.step}: validation loss {val_loss:.4f}")
                 if stop.signum or (state.step % params.checkpoint_every_steps == 0 and state.step < total):
                     save_checkpoint(checkpoint_dir, model, optimizer, scheduler, state, fingerprint,
-                                    params.keep_checkpoints)
+                                    params.keep_checkpoints, average)
                     return_free_heap_to_os()
                 if stop.signum:
                     progress.close()
                     raise Interrupted(stop.signum, state.step)
     progress.close()
-    return TrainResult(state=state, wall_seconds=time.monotonic() - t_start, resumed_from=resumed_from)
+    return TrainResult(state=state, wall_seconds=time.monotonic() - t_start, resumed_from=resumed_from,
+                       average=average)
 
 
 def return_free_heap_to_os() -> None:
