@@ -22,23 +22,8 @@ from banking77_ft.metrics import (INVALID, WATCHED_PAIR, calibration_table, clas
                                   expected_calibration_error, most_confused_pairs, pair_counts, per_class_table,
                                   weakest_intents)
 from banking77_ft.modeling import configure_runtime, load_model, load_tokenizer
+from banking77_ft.progress import Progress
 from banking77_ft.stage import run_stage
-
-
-class Progress:
-    """Plain progress lines (count, rate, ETA) at most every 30 s: readable in a captured log."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.t0, self.last = total, 0, time.monotonic(), 0.0
-
-    def __call__(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if now - self.last >= 30 or self.done == self.total:
-            self.last = now
-            rate = self.done / max(now - self.t0, 1e-9)
-            print(f"evaluate: {self.done}/{self.total} messages, {rate:.1f}/s, "
-                  f"eta {(self.total - self.done) / max(rate, 1e-9):.0f}s", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,22 +42,24 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model)
         prompts = prompt_ids(test)
+        progress = Progress("evaluate", len(prompts), "message")
         t0 = time.monotonic()
         if config.decoding == "constrained":
             trie = LabelTrie.build(labels, label_info["token_ids"])
             results = constrained_decode(model, prompts, trie, config.batch_size, config.top_k,
-                                         tokenizer.pad_token_id, config.precision, Progress(len(prompts)))
+                                         tokenizer.pad_token_id, config.precision, progress.advance)
             predicted = [r.label for r in results]
             confidence = [r.confidence for r in results]
             tops = [r.top for r in results]
         else:
             longest = max(len(t) for t in label_info["token_ids"])
             texts = free_decode(model, tokenizer, prompts, longest + 1, config.batch_size, config.precision,
-                                Progress(len(prompts)))
+                                progress.advance)
             known = set(labels)
             predicted = [t if t in known else INVALID for t in texts]
             confidence, tops = [float("nan")] * len(predicted), [[] for _ in predicted]
         seconds = time.monotonic() - t0
+        progress.close()
 
         actual, texts = test["label"].tolist(), test["text"].tolist()
         summary = classification_metrics(actual, predicted, labels)

@@ -28,9 +28,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .params import TrainParams, as_dict
+from .progress import Progress
 from .prompting import IGNORE_INDEX
 
 
@@ -492,47 +492,6 @@ def find_resumable(folder: Path, fingerprint: str, log: Callable[[str], None]):
     return None
 
 
-# ---------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """A tqdm bar on a terminal; plain periodic lines (step, loss, ETA) when output is captured,
-    because a carriage-return bar turns into one unreadable line in a log file."""
-
-    def __init__(self, total: int, start: int):
-        self.total, self.start_step, self.t0 = total, start, time.monotonic()
-        self.bar = None
-        self.last_print = 0.0
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
-
-    def update(self, step: int, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}")
-            return
-        now = time.monotonic()
-        if now - self.last_print >= 30 or step == self.total or step == self.start_step + 1:
-            self.last_print = now
-            done = step - self.start_step
-            rate = (now - self.t0) / max(done, 1)
-            eta = rate * (self.total - step)
-            print(f"train step {step}/{self.total} loss {loss:.4f} {rate:.2f}s/step "
-                  f"eta {int(eta // 60)}m{int(eta % 60):02d}s", file=sys.stderr, flush=True)
-
-    def write(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message)
-        else:
-            print(message, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # ---------------------------------------------------------------------------- loop
 
 
@@ -594,7 +553,7 @@ def train(model, train_examples: Examples, val_examples: Examples, params: Train
     resumed_from = state.step
 
     lengths = train_examples.lengths
-    progress = Progress(total, state.step)
+    progress = Progress("train", total, "step", start=state.step)
     with _SignalFlag() as stop:
         while state.step < total:
             epoch, offset = divmod(state.step, per_epoch)
@@ -621,7 +580,7 @@ def train(model, train_examples: Examples, val_examples: Examples, params: Train
                 state.train_log.append({"step": state.step, "epoch": round(state.step / per_epoch, 4),
                                         "loss": round(float(loss), 6), "learning_rate": learning_rate,
                                         "grad_norm": round(float(grad_norm), 6)})
-                progress.update(state.step, float(loss))
+                progress.advance(1, f"loss {float(loss):.4f}")
                 if average is not None and average.due(state.step):
                     average.add(model, state.step)
                 if len(val_examples) and (state.step % per_epoch == 0 or state.step == total):
