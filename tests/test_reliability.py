@@ -170,7 +170,10 @@ def test_random_kills_never_leave_half_written_outputs(tmp_path):
                 # dvc.lock is DVC's own file, rewritten in place (not atomically) when a stage
                 # ends; a kill at that instant truncates it (seen once in CI). Not a stage
                 # output, so put the last whole copy back instead of failing on DVC's write.
-                lock.write_bytes(whole_lock) if whole_lock is not None else lock.unlink()
+                if whole_lock is None:
+                    lock.unlink()
+                else:
+                    lock.write_bytes(whole_lock)
             check_outputs_complete(repo)
         dvc(repo, "repro", stage)  # complete it, so the next stage has its inputs
         check_outputs_complete(repo)
