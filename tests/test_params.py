@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -45,12 +46,38 @@ def test_committed_params_load_and_match_defaults():
     (lambda p: p["prompt"].update(template="{text} {other}"), "prompt.template: cannot be formatted"),
     (lambda p: p["train"].update(swa_start_fraction=1.0), "train.swa_start_fraction: got 1.0"),
     (lambda p: p["train"].update(swa_every_steps=0), "train.swa_every_steps: got 0"),
+    (lambda p: p["ensemble"].update(members=["lr3e-5"]), "ensemble.members: got ['lr3e-5'] (list); allowed: a mapping"),
+    (lambda p: p["ensemble"].update(members={"a b": {"seed": 7}}), "ensemble.members: got 'a b'"),
+    (lambda p: p["ensemble"].update(members={"train": {"seed": 7}}), "ensemble.members: got 'train'"),
+    (lambda p: p["ensemble"].update(members={"m": {}}), "ensemble.members.m: got {}; allowed: a non-empty mapping"),
+    (lambda p: p["ensemble"].update(members={"m": {"lr": 1e-4}}), "ensemble.members.m.lr: unknown key"),
+    (lambda p: p["ensemble"].update(members={"m": {"seed": "7"}}),
+     "ensemble.members.m.seed: got '7' (str); allowed: an integer"),
 ])
 def test_bad_params_name_the_key(tmp_path, mutate, message):
     with pytest.raises(ParamsError) as error:
         load_params(write(tmp_path, mutate))
     assert message in str(error.value)
     assert "params.yaml" in str(error.value)
+
+
+def test_ensemble_member_is_the_train_recipe_with_its_overrides(tmp_path):
+    params = load_params(write(tmp_path, lambda p: p["ensemble"].update(members={"m": {"seed": 7, "epochs": 2}})))
+    train, recipe = params["train"], params["ensemble"].recipe("m", params["train"])
+    assert (recipe.seed, recipe.epochs) == (7, 2)
+    assert dataclasses.replace(recipe, seed=train.seed, epochs=train.epochs) == train  # nothing else moved
+    with pytest.raises(ParamsError, match="ensemble.members.other: no such member"):
+        params["ensemble"].recipe("other", train)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"seed": 42}, "as written it would train the same model again"),  # 42 is train.seed already
+    ({"epochs": 0}, "ensemble.members.m.epochs: got 0; allowed: an integer >= 1"),
+])
+def test_ensemble_member_recipe_is_checked_against_train(tmp_path, overrides, message):
+    params = load_params(write(tmp_path, lambda p: p["ensemble"].update(members={"m": overrides})))
+    with pytest.raises(ParamsError, match=message):
+        params["ensemble"].recipe("m", params["train"])
 
 
 def test_unknown_model_base_fails_before_loading(tmp_path):

@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline_repo import dvc, make_repo, ran_stages, run, set_params
+from pipeline_repo import MEMBER, dvc, make_repo, ran_stages, run, set_params
 
-ALL_STAGES = {"base", "prepare", "train", "evaluate", "plot", "baseline"}
+ALL_STAGES = {"base", "prepare", "train", MEMBER, "evaluate", "plot", "baseline"}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,13 @@ def test_outputs_exist_and_are_well_formed(repo):
         assert len(pd.read_parquet(repo / f"data/prepared/{split}.parquet")) == rows
     assert not (repo / "checkpoints/train").exists(), "checkpoints are removed after a finished run"
     assert json.loads((repo / "metrics/baseline.json").read_text())["n"] == 40
+    # the ensemble: the member trained on the same rows with its own seed, both models scored
+    member = json.loads((repo / "metrics/members/seed7/train.json").read_text())
+    assert member["steps"] == train["steps"] and not (repo / "checkpoints/members/seed7").exists()
+    assert (repo / "models/members/seed7/model.safetensors").exists()
+    assert summary["models"] == 2 and set(summary["model_accuracy"]) == {"train", "seed7"}
+    predictions = pd.read_csv(repo / "metrics/predictions.csv")
+    assert (predictions["top1_p"] >= predictions["top2_p"]).all() and (predictions["top1_p"] <= 1).all()
 
 
 def test_second_repro_is_a_no_op(repo):
@@ -79,12 +86,39 @@ def test_evaluate_param_reruns_only_evaluate_and_plot(repo):
 def test_learning_rate_reruns_train_evaluate_plot_not_base_or_prepare(repo):
     set_params(repo, {"train": {"learning_rate": 1e-3}})
     status = json.loads(dvc(repo, "status", "--json").stdout)
-    assert set(status) == {"train"}, status  # downstream stages are reported once train has rerun
+    # the member is the train recipe with overrides, so it follows train's params
+    assert set(status) == {"train", MEMBER}, status  # downstream stages are reported once these rerun
     result = dvc(repo, "repro")
     ran = ran_stages(result.stdout)
-    assert "train" in ran and "evaluate" in ran and "plot" in ran
+    assert {"train", MEMBER, "evaluate", "plot"} <= set(ran)
     assert "base" not in ran and "prepare" not in ran and "baseline" not in ran
     assert ran_stages(dvc(repo, "repro").stdout) == []
+
+
+def test_editing_or_adding_a_member_retrains_only_that_member(repo):
+    set_params(repo, {"ensemble": {"members": {"seed7": {"seed": 8}}}})
+    assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {MEMBER, "evaluate"}
+    assert ran_stages(dvc(repo, "repro").stdout) == [MEMBER, "evaluate", "plot"]
+    set_params(repo, {"ensemble": {"members": {"seed7": {"seed": 8}, "lr": {"learning_rate": 5e-4}}}})
+    assert ran_stages(dvc(repo, "repro").stdout) == ["member@lr", "evaluate", "plot"]
+    assert json.loads((repo / "metrics/eval.json").read_text())["models"] == 3
+    assert ran_stages(dvc(repo, "repro").stdout) == []
+
+
+def test_a_missing_member_checkpoint_is_named_before_any_model_loads(repo, tmp_path):
+    import subprocess
+    import sys
+
+    from pipeline_repo import env
+
+    members = tmp_path / "members"
+    members.mkdir()
+    result = subprocess.run([sys.executable, "stages/evaluate.py", "--model", "models/finetuned", "--members",
+                             str(members), "--test", "data/prepared/test.parquet", "--metrics-dir",
+                             str(tmp_path / "metrics")], cwd=repo, env=env(), capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"{members}/" in result.stderr and "no checkpoint for ensemble member" in result.stderr
+    assert "(run its stage: dvc repro member@" in result.stderr and not (tmp_path / "metrics").exists()
 
 
 def test_check_lock_names_the_stale_stage_and_passes_after_rerun(repo, tmp_path):

@@ -76,3 +76,26 @@ def test_missing_model_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "not a fine-tuned model" in result.stderr and "dvc repro" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ensemble_of_identical_members_predicts_like_the_model_alone(model_dir, tmp_path, capsys):
+    twin = tmp_path / "twin"
+    shutil.copytree(model_dir, twin)
+    message = "my card hasn't arrived yet"
+    # a beam as wide as the label set is exhaustive, as the ensemble's scoring is
+    assert main(["predict", "--model", str(model_dir), "--json", "--top-k", "77", message]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main(["predict", "--model", str(model_dir), "--member", str(twin), "--json", "--top-k", "77", message]) == 0
+    together = json.loads(capsys.readouterr().out)
+    assert together["intent"] == alone["intent"]
+    assert together["confidence"] == pytest.approx(alone["confidence"], rel=1e-3)
+    assert [t["intent"] for t in together["top"][:5]] == [t["intent"] for t in alone["top"][:5]]
+
+
+def test_ensemble_members_must_share_labels(model_dir, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    info = json.loads((other / "labels.json").read_text())
+    (other / "labels.json").write_text(json.dumps({**info, "labels": info["labels"][::-1]}))
+    result = run_cli("predict", "--model", str(model_dir), "--member", str(other), "hello")
+    assert result.returncode == 2 and f"{other}/labels.json: differs from" in result.stderr

@@ -15,7 +15,7 @@ import pandas as pd
 from PIL import Image
 from safetensors import safe_open
 
-from pipeline_repo import dvc, env, make_repo, ran_stages, set_params
+from pipeline_repo import MEMBER, dvc, env, make_repo, ran_stages, set_params
 
 # 27 steps; weight averaging from step 6 on, so the kill at step 9 also resumes a running average
 RESUME_OVERRIDES = {"train": {"epochs": 3, "checkpoint_every_steps": 3, "precision": "fp32", "batch_size": 8,
@@ -111,7 +111,7 @@ def check_outputs_complete(repo: Path) -> int:
             assert len(frame) > 0 and {"input_ids", "labels"} <= set(frame.columns)
         assert json.loads((prepared / "labels.json").read_text())["labels"]
         checked += 1
-    for folder in ("models/base", "models/finetuned"):
+    for folder in ("models/base", "models/finetuned", "models/members/seed7"):
         path = repo / folder
         if path.exists():
             json.loads((path / "config.json").read_text())
@@ -119,7 +119,7 @@ def check_outputs_complete(repo: Path) -> int:
                 assert len(list(handle.keys())) > 0
             json.loads((path / "tokenizer.json").read_text())
             checked += 1
-    for name in ("train.json", "eval.json", "errors.json", "baseline.json"):
+    for name in ("train.json", "eval.json", "errors.json", "baseline.json", "members/seed7/train.json"):
         if (repo / "metrics" / name).exists():
             json.loads((repo / "metrics" / name).read_text())
             checked += 1
@@ -138,7 +138,8 @@ def check_outputs_complete(repo: Path) -> int:
 
 
 # (stage, kills, seconds within which to kill): windows cover python start-up and the work
-KILL_PLAN = (("base", 4, 20.0), ("prepare", 6, 9.0), ("train", 8, 14.0), ("evaluate", 6, 12.0), ("plot", 6, 9.0))
+KILL_PLAN = (("base", 4, 20.0), ("prepare", 6, 9.0), ("train", 8, 14.0), (MEMBER, 4, 14.0), ("evaluate", 6, 12.0),
+             ("plot", 6, 9.0))
 
 
 def lock_is_whole(lock: Path) -> bool:

@@ -7,7 +7,9 @@
     python -m banking77_ft results-table                     # README's table from metrics/
 
 `predict` loads `models/finetuned` (or --model) once and prints, per message, the intent,
-its confidence and the top-k intents with probabilities (or JSON lines with --json).
+its confidence and the top-k intents with probabilities (or JSON lines with --json). With
+`--member models/members/<name>` (repeatable) it predicts as the ensemble `evaluate` scores:
+every model scores every label and their log-probabilities are averaged.
 """
 
 from __future__ import annotations
@@ -46,13 +48,21 @@ def read_messages(messages: list[str], file: Path | None) -> list[str]:
 class Predictor:
     """A fine-tuned checkpoint loaded once, ready to classify batches of messages."""
 
-    def __init__(self, model_dir: Path = DEFAULT_MODEL, top_k: int = 3, batch_size: int = 32):
+    def __init__(self, model_dir: Path = DEFAULT_MODEL, top_k: int = 3, batch_size: int = 32,
+                 members: list[Path] = ()):
         model_dir = Path(model_dir)
+        folders = [model_dir, *map(Path, members)]
         needed = ("config.json", "labels.json", "prompt.json")
-        missing = [n for n in needed if not (model_dir / n).is_file()]
-        if missing:
-            raise PredictError(f"{model_dir}: not a fine-tuned model (missing {', '.join(missing)}); "
-                               "run `dvc repro` to train one, or pass --model")
+        for folder in folders:
+            missing = [n for n in needed if not (folder / n).is_file()]
+            if missing:
+                raise PredictError(f"{folder}: not a fine-tuned model (missing {', '.join(missing)}); "
+                                   "run `dvc repro` to train one, or pass --model / --member")
+        for folder in folders[1:]:
+            for name in ("labels.json", "prompt.json"):
+                if (folder / name).read_bytes() != (model_dir / name).read_bytes():
+                    raise PredictError(f"{folder}/{name}: differs from {model_dir}/{name}; an ensemble's models "
+                                       "must share labels and prompt")
         from .decoding import LabelTrie
         from .modeling import configure_runtime, load_model, load_tokenizer
 
@@ -62,7 +72,7 @@ class Predictor:
         self.trie = LabelTrie.build(info["labels"], info["token_ids"])
         self.longest_label = max(len(t) for t in info["token_ids"])
         self.tokenizer = load_tokenizer(model_dir)
-        self.model = load_model(model_dir)
+        self.models = [load_model(folder) for folder in folders]
         self.top_k, self.batch_size = top_k, batch_size
 
     def predict(self, messages: list[str]):
@@ -71,13 +81,19 @@ class Predictor:
 
         prompts = [encode_prompt(self.tokenizer, self.prompt["template"], m, self.prompt["max_length"],
                                  self.longest_label) for m in messages]
-        return constrained_decode(self.model, prompts, self.trie, self.batch_size, self.top_k,
-                                  self.tokenizer.pad_token_id)
+        if len(self.models) == 1:
+            return constrained_decode(self.models[0], prompts, self.trie, self.batch_size, self.top_k,
+                                      self.tokenizer.pad_token_id)
+        from .ensembling import average_log_probs, label_log_probs, predictions_from
+
+        scores = [label_log_probs(m, prompts, self.trie, self.batch_size, self.tokenizer.pad_token_id)
+                  for m in self.models]
+        return predictions_from(average_log_probs(scores), self.trie.labels, self.top_k)
 
 
 def predict_command(args) -> int:
     messages = read_messages(args.messages, args.file)
-    predictor = Predictor(args.model, top_k=args.top_k)
+    predictor = Predictor(args.model, top_k=args.top_k, members=args.member)
     for message, result in zip(messages, predictor.predict(messages)):
         if args.json:
             print(json.dumps({"text": message, "intent": result.label, "confidence": round(result.confidence, 6),
@@ -96,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("messages", nargs="*", help="messages to classify")
     predict.add_argument("--file", type=Path, help="a text file (one message per line) or a CSV with `text`")
     predict.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    predict.add_argument("--member", type=Path, action="append", default=[],
+                         help="another fine-tuned model to average with --model (an ensemble member)")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     check = commands.add_parser("check-lock", help="fail if dvc.lock is stale against params/code")

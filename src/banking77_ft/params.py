@@ -178,11 +178,52 @@ class BaselineParams:
         _require(self.C > 0, f"{key}.C", self.C, "a number > 0")
 
 
+MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class EnsembleParams:
+    """More fine-tunes whose label distributions are averaged with `train`'s at evaluation.
+
+    Each member is the `train` recipe with a few keys overridden ({} would copy `train`'s model
+    exactly, so at least one key must differ); it is trained by its own `member@<name>` stage,
+    so adding or editing one member retrains only that member."""
+
+    members: dict = dataclasses.field(default_factory=dict)  # name -> {train key: value}
+
+    def check(self, key: str) -> None:
+        train_fields = typing.get_type_hints(TrainParams)
+        for name, overrides in self.members.items():
+            _require(isinstance(name, str) and MEMBER_NAME.fullmatch(name) is not None and name != "train",
+                     f"{key}.members", name, "member names of letters, digits, '.', '_' and '-' (they name a "
+                     "stage and a folder), other than `train`, which names the train stage's model")
+            where = f"{key}.members.{name}"
+            _require(isinstance(overrides, dict) and len(overrides) > 0, where, overrides,
+                     "a non-empty mapping of `train` keys to values, e.g. {learning_rate: 3.0e-05}")
+            for field, value in overrides.items():
+                if field not in train_fields:
+                    raise ParamsError(f"{where}.{field}: unknown key; allowed: keys of train, {sorted(train_fields)}")
+                _coerce(f"{where}.{field}", value, train_fields[field])
+
+    def recipe(self, name: str, train: TrainParams) -> TrainParams:
+        """The member's full training params: `train` with its overrides, validated."""
+        if name not in self.members:
+            raise ParamsError(f"ensemble.members.{name}: no such member; members: {sorted(self.members)}")
+        hints = typing.get_type_hints(TrainParams)
+        overrides = {k: _coerce(f"ensemble.members.{name}.{k}", v, hints[k]) for k, v in self.members[name].items()}
+        recipe = dataclasses.replace(train, **overrides)
+        recipe.check(f"ensemble.members.{name}")
+        _require(recipe != train, f"ensemble.members.{name}", self.members[name],
+                 "overrides that change the `train` recipe (as written it would train the same model again)")
+        return recipe
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "model": ModelParams,
     "prompt": PromptParams,
     "train": TrainParams,
+    "ensemble": EnsembleParams,
     "evaluate": EvaluateParams,
     "plot": PlotParams,
     "baseline": BaselineParams,
@@ -219,6 +260,10 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is bool:
         if not isinstance(value, bool):
             raise ParamsError(f"{key}: got {value!r} ({type(value).__name__}); allowed: true or false")
+        return value
+    if annotation is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: got {value!r} ({type(value).__name__}); allowed: a mapping")
         return value
     if annotation is str:
         if not isinstance(value, str):
